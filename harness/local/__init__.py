@@ -1,0 +1,1 @@
+"""The local target: AWS emulated by moto, completed where moto stops short."""

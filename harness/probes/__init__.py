@@ -1,0 +1,1 @@
+"""What tests measure on a deployment, through the clients a user has."""

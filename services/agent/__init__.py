@@ -1,0 +1,1 @@
+"""The agent: consumes mandates from the work queue, runs them and records results."""

@@ -1,0 +1,1 @@
+"""The gateway: the HTTP API through which users submit and follow tasks."""

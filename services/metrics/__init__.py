@@ -1,0 +1,1 @@
+"""Publishes the work queue's depth to CloudWatch: ``python -m services.metrics``."""

@@ -1,0 +1,1 @@
+"""One pytest package per migration stage; each deploys its stage and proves it."""

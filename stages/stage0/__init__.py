@@ -1,0 +1,1 @@
+"""Stage 0: deploy from scratch and update."""
