@@ -46,6 +46,11 @@ def _common(parser: argparse.ArgumentParser, *, stage: bool = False) -> None:
         parser.add_argument(
             "--stage", required=True, help=f"one of {', '.join(STAGE_IDS)}"
         )
+        parser.add_argument(
+            "--build",
+            action="store_true",
+            help="build the images with docker and push them to ECR (aws target)",
+        )
 
 
 def _outputs_option(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +114,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         stage=getattr(args, "stage", None),
         run_id=args.run_id,
         env_file=args.env_file,
+        build=getattr(args, "build", False),
     )
 
 

@@ -68,6 +68,7 @@ class Settings:
     subnet_names: tuple[str, ...] = ()
     security_group_names: tuple[str, ...] = ()
     image_tag: str = "latest"
+    build: bool = False
     external_check_url: str | None = None
     supabase_url: str | None = None
     supabase_anon_key: str | None = field(default=None, repr=False)
@@ -160,6 +161,7 @@ def load_settings(
     run_id: str | None = None,
     env_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    build: bool = False,
 ) -> Settings:
     """Settings from options, then the environment, then ``env_file``."""
     environ = os.environ if environ is None else environ
@@ -179,6 +181,7 @@ def load_settings(
         subnet_names=_split(pick("SUBNET_NAMES")),
         security_group_names=_split(pick("SECURITY_GROUP_NAMES")),
         image_tag=pick("IMAGE_TAG") or "latest",
+        build=build,
         external_check_url=pick("EXTERNAL_CHECK_URL"),
         supabase_url=pick("SUPABASE_URL"),
         supabase_anon_key=pick("SUPABASE_ANON_KEY"),

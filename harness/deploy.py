@@ -12,6 +12,7 @@ from harness.aws.alb import Alb
 from harness.aws.clients import ClientFactory
 from harness.aws.ecs import EcsInfrastructure, ServiceSpec
 from harness.aws.iam import IamRoles
+from harness.aws.images import ImageBuilder
 from harness.aws.network import Network, NetworkDiscovery
 from harness.aws.registry import LogGroups, Repositories
 from harness.aws.security_groups import GATEWAY_PORT, SecurityGroups
@@ -75,6 +76,9 @@ class Deployer:
         self.clients = clients
         self.progress = progress or Progress()
         self.ecs = EcsInfrastructure(clients.client("ecs"), settings.cluster_name)
+        self.images = ImageBuilder(clients.client("ecr"), settings.image_tag)
+        if settings.build:
+            self.images.preflight()
 
     def deploy(self) -> DeployResult:
         """Deploy; a first deploy that fails half-way removes what it made."""
@@ -117,6 +121,9 @@ class Deployer:
             repos = Repositories(self.clients.client("ecr"), settings.prefix).ensure(
                 tags
             )
+        if settings.build:
+            with step("build and push images"):
+                self.images.build_and_push(repos)
         with step("log groups"):
             logs = LogGroups(self.clients.client("logs"), settings.prefix)
             log_group = logs.ensure(logs.tasks, tags)

@@ -102,6 +102,14 @@ def stop_deployment(deployment: Deployment, outputs: Path) -> None:
     outputs.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    """Whether the process runs; a zombie has ended and waits only to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _wait_gone(pid: int) -> None:
     retrying = Retrying(
         retry=retry_if_result(lambda alive: alive),
@@ -111,7 +119,7 @@ def _wait_gone(pid: int) -> None:
             state.outcome.result() if state.outcome else True
         ),
     )
-    if retrying(psutil.pid_exists, pid):
+    if retrying(_alive, pid):
         raise NotReadyError(
             f"the up process {pid} did not stop within {DOWN_TIMEOUT:.0f}s"
         )

@@ -6,9 +6,13 @@ A stage package declares its stage in its ``conftest.py``::
 
     deployment = stage_deployment("0")
 
-and its tests receive the deployed ``deployment``. Each stage package's tests
-form one xdist group, so under ``pytest -n 2 --dist loadgroup`` every stage is
-deployed once, on one worker, and torn down once.
+and its tests receive the deployed ``deployment``. Under pytest-xdist every
+stage package's tests go to one worker (``StageScheduling``), so each stage is
+deployed once and torn down once while different stages deploy in parallel.
+
+Note: pytest 9.2 ignores the node-id suffix that xdist's own ``loadgroup``
+relies on, so ``xdist_group`` marks alone would spread a stage over workers;
+the scheduler here groups by stage package instead of by that suffix.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import allure
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from harness.config import TARGETS, Settings, load_settings
 from harness.deploy import Deployer
@@ -58,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-id", default=None, help="run id that names and tags every resource"
     )
     group.addoption(
+        "--build",
+        action="store_true",
+        help="build the images with docker and push them to ECR before deploying",
+    )
+    group.addoption(
         "--keep",
         action="store_true",
         help="leave each deployment up after its tests; outputs go to reports/outputs",
@@ -81,6 +91,7 @@ def _base_settings(config: pytest.Config) -> Settings:
             region=config.getoption("--region"),
             run_id=config.getoption("--run-id"),
             env_file=env_file,
+            build=config.getoption("--build"),
         )
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from error
@@ -114,9 +125,7 @@ def _skip_other_target(config: pytest.Config, item: pytest.Item) -> None:
             )
 
 
-# First, so that xdist's worker sees the group marks when it names the items
-# (pytest.ini's ``--dist loadgroup`` keeps each group on one worker).
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -125,7 +134,6 @@ def pytest_collection_modifyitems(
         stage = stage_of(Path(str(item.path)))
         if stage is None:
             continue
-        item.add_marker(pytest.mark.xdist_group(name=f"stage{stage}"))
         title = get_stage(stage).title
         component = Path(str(item.path)).stem.removeprefix("test_").replace("_", " ")
         # allure's label decorators are untyped; each returns a pytest mark.
@@ -133,6 +141,25 @@ def pytest_collection_modifyitems(
         feature = allure.feature(component)  # type: ignore[no-untyped-call]
         item.add_marker(epic)
         item.add_marker(feature)
+
+
+class StageScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    """Sends each stage package whole to one worker; other tests one by one."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = Path(nodeid.split("::", 1)[0])
+        if stage_of(path) is None:
+            return nodeid
+        package = next(p for p in path.parents if STAGE_PACKAGE.match(p.name))
+        return str(package)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The stage-aware scheduler for ``--dist loadgroup`` (pytest.ini's default)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    return StageScheduling(config, log)
 
 
 def _allure_step(title: str) -> Any:

@@ -1,4 +1,9 @@
-"""moto's server in this process, on a free loopback port.
+"""moto's server in this process, on a free loopback port, as one AWS account.
+
+moto keeps its state per process, by account id. Each server here answers as
+an account of its own (a fresh random id, set on every request it serves), so
+two servers in one process, or a scratch account for a dry run beside a live
+deployment, never see each other's resources. Clients need nothing special.
 
 Note: moto reads ``MOTO_IAM_LOAD_MANAGED_POLICIES`` when it is imported, so this
 module sets it before the first import of moto; AWS-managed policies such as
@@ -9,44 +14,90 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import threading
+from collections.abc import Callable, Iterable
 from types import TracebackType
-
-import httpx
+from typing import Any
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from harness.local import ec2_completion
 
 logger = logging.getLogger(__name__)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def new_account_id() -> str:
+    """A random 12-digit account id that no other server of this process uses."""
+    return str(100_000_000_000 + secrets.randbelow(900_000_000_000))
 
 
 class MotoServer:
     """An emulated AWS account reachable at ``endpoint_url`` until stopped."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.account_id = new_account_id()
         self.endpoint_url = ""
 
     def start(self) -> MotoServer:
         # Werkzeug logs every request at INFO; that is moto's noise, not ours.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         ec2_completion.install()
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        logger.info("moto server listening on %s", self.endpoint_url)
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            self._host,
+            self._port,
+            self._as_account(app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="moto-server", daemon=True
+        )
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.endpoint_url = f"http://{host!s}:{port}"
+        logger.info(
+            "moto server listening on %s as account %s",
+            self.endpoint_url,
+            self.account_id,
+        )
         return self
 
+    def _as_account(self, app: WsgiApp) -> WsgiApp:
+        def serve(environ: dict[str, Any], start: Callable[..., Any]) -> Any:
+            environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.account_id
+            return app(environ, start)
+
+        return serve
+
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
         logger.debug("moto server on %s stopped", self.endpoint_url)
 
     def reset(self) -> None:
-        """Forget every resource, as a brand-new account would have none."""
-        httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
+        """Answer from now on as a brand-new, empty account."""
+        self.account_id = new_account_id()
+        logger.debug(
+            "moto server on %s is now account %s", self.endpoint_url, self.account_id
+        )
 
     def __enter__(self) -> MotoServer:
         return self.start()

@@ -18,6 +18,12 @@ from services.shared.tasks import (
 
 logger = logging.getLogger(__name__)
 
+REQUEUE_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[1])
+return 1
+"""
+
 
 class TaskLedger:
     """Reads and writes task records as the agent moves them along."""
@@ -56,6 +62,12 @@ class TaskLedger:
         )
         attempts = int(pipeline.execute()[0])
         return stored.with_changes(status="running", attempts=attempts, error=None)
+
+    def requeue(self, task_id: str) -> bool:
+        """Mark a running task queued again; False when it is not running."""
+        # One script, so an outcome stored meanwhile is never overwritten.
+        changed = self._redis.eval(REQUEUE_SCRIPT, 1, task_key(task_id), utc_now())
+        return bool(changed)
 
     def finish(self, record: TaskRecord) -> None:
         """Store the final ``record``; once this returns, the outcome is durable."""

@@ -11,7 +11,8 @@ Delivery is at least once, each result recorded once:
   connection's heartbeats going, under ECS scale-in protection.
 
 ``stop()`` (SIGTERM) lets the current task finish within the grace period, or
-requeues it, and then returns from :meth:`InterfaceAgent.run_forever`.
+requeues it (its record back to ``queued``, its scale-in protection released),
+and then returns from :meth:`InterfaceAgent.run_forever`.
 """
 
 from __future__ import annotations
@@ -140,8 +141,16 @@ class InterfaceAgent:
         if outcome is Outcome.ACK:
             channel.basic_ack(delivery_tag=delivery.tag)
         else:
+            self._mark_queued(message.task_id)
             channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
             logger.warning("requeued task %s", message.task_id)
+
+    def _mark_queued(self, task_id: str) -> None:
+        """Show a requeued task as queued again, before another agent can take it."""
+        try:
+            self._ledger.requeue(task_id)
+        except redis.RedisError as error:
+            logger.warning("task %s stays marked running: %r", task_id, error)
 
     def _process_while_pumping(self, connection: Any, message: TaskMessage) -> Outcome:
         """Run the task on a worker thread, serving the connection meanwhile."""
@@ -165,7 +174,9 @@ class InterfaceAgent:
                     self.settings.shutdown_grace_seconds,
                 )
             if deadline is not None and time.monotonic() > deadline:
+                logger.warning("task %s did not finish in time", message.task_id)
                 self._abandoned.set()
+                self._protection.drop()
                 return Outcome.REQUEUE
         return box[0] if box else Outcome.REQUEUE
 

@@ -18,6 +18,7 @@ from services.metrics.settings import Settings
 from services.shared.config import SettingsError
 from services.shared.queue_metrics import QUEUE_NAME
 from services.shared.rabbit_depth import read_queue_depth
+from services.shared.rabbitmq import passive_depth
 
 logger = logging.getLogger("services.metrics")
 
@@ -34,6 +35,8 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # pika narrates every connection step at INFO; its warnings are enough.
+    logging.getLogger("pika").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
@@ -49,7 +52,12 @@ def serve(settings: Settings) -> None:
         "cloudwatch", region_name=settings.region, config=CLOUDWATCH_CONFIG
     )
     read = partial(read_queue_depth, settings.management, QUEUE_NAME)
-    publisher = MetricsPublisher(read, cloudwatch)
+    fallback = None
+    if settings.amqp_url:
+        fallback = partial(passive_depth, settings.amqp_url, QUEUE_NAME)
+    else:
+        logger.info("RABBITMQ_URL is not set: no AMQP fallback for the depth")
+    publisher = MetricsPublisher(read, cloudwatch, fallback=fallback)
     # All interfaces: the port is the container's, reached by its health check.
     health = HealthServer("0.0.0.0", settings.port, publisher.health).start()
     stop = threading.Event()

@@ -5,6 +5,11 @@ and goes out with the next tick's call, so an outage of CloudWatch leaves no
 hole in the metric's history once it is back. A broker outage publishes
 nothing: no reading is better than an invented one, and the autoscaler treats
 a metric that stops as stale. Neither outage stops the loop.
+
+When the management API cannot answer but AMQP can, an optional ``fallback``
+reader (an AMQP passive declare) gives the ready and consumer counts, and only
+those two metrics are published: AMQP cannot see unacknowledged messages, so
+``QueueDepth`` would be a guess. ``/health`` names the source of each reading.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.shared.queue_metrics import (
+    CONSUMER_COUNT,
+    MESSAGES_READY,
     NAMESPACE,
     QUEUE_NAME,
     STORAGE_RESOLUTION,
@@ -39,6 +46,8 @@ MAX_PENDING_READINGS = MAX_DATUMS_PER_CALL // 4
 RETRYABLE_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "InternalFailure"}
 )
+# What an AMQP passive declare can count exactly.
+PARTIAL_METRICS = (MESSAGES_READY, CONSUMER_COUNT)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,14 @@ class Reading:
 
     at: datetime
     depth: QueueDepth
+    source: str = "management"  # or "amqp": ready and consumers only
+
+    def metrics(self) -> dict[str, int]:
+        """The metrics this reading can vouch for, by name."""
+        every = self.depth.as_metrics()
+        if self.source == "management":
+            return every
+        return {name: every[name] for name in PARTIAL_METRICS}
 
     def datums(self) -> list[dict[str, Any]]:
         dimensions = MetricIdentity().dimensions
@@ -59,7 +76,7 @@ class Reading:
                 "Unit": UNIT,
                 "StorageResolution": STORAGE_RESOLUTION,
             }
-            for name, value in self.depth.as_metrics().items()
+            for name, value in self.metrics().items()
         ]
 
 
@@ -71,14 +88,22 @@ class _Status:
     last_publish_at: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
-    last_depth: QueueDepth | None = None
+    last_metrics: dict[str, int] | None = None
+    depth_source: str | None = None
 
 
 class MetricsPublisher:
     """Reads with ``read_depth`` and publishes with a boto3 CloudWatch client."""
 
-    def __init__(self, read_depth: Callable[[], QueueDepth], cloudwatch: Any) -> None:
+    def __init__(
+        self,
+        read_depth: Callable[[], QueueDepth],
+        cloudwatch: Any,
+        *,
+        fallback: Callable[[], QueueDepth] | None = None,
+    ) -> None:
         self._read_depth = read_depth
+        self._fallback = fallback
         self._cloudwatch = cloudwatch
         self._pending: deque[Reading] = deque(maxlen=MAX_PENDING_READINGS)
         self._status = _Status()
@@ -109,7 +134,6 @@ class MetricsPublisher:
         """What ``/health`` reports: last publish, last error, each side's state."""
         with self._lock:
             status = self._status
-            depth = status.last_depth
             return {
                 "status": "ok"
                 if status.broker_ok and status.cloudwatch_ok
@@ -122,7 +146,8 @@ class MetricsPublisher:
                 "last_error": status.last_error,
                 "last_error_at": _iso(status.last_error_at),
                 "pending_readings": len(self._pending),
-                "depth": depth.as_metrics() if depth else None,
+                "depth": status.last_metrics,
+                "depth_source": status.depth_source,
             }
 
     def _read(self) -> Reading | None:
@@ -130,14 +155,29 @@ class MetricsPublisher:
             depth = self._read_depth()
         except QueueDepthError as error:
             self._failed("broker", error)
-            return None
-        reading = Reading(at=datetime.now(UTC), depth=depth)
+            return self._read_fallback()
         with self._lock:
             if self._status.broker_ok is False:
                 logger.info("queue depth readable again: %s", depth)
             self._status.broker_ok = True
+        return self._record(Reading(at=datetime.now(UTC), depth=depth))
+
+    def _read_fallback(self) -> Reading | None:
+        if self._fallback is None:
+            return None
+        try:
+            depth = self._fallback()
+        except Exception as error:  # AMQP clients fail in many ways; all mean none
+            logger.debug("AMQP fallback unavailable too: %r", error)
+            return None
+        logger.info("ready and consumer counts read over AMQP: %s", depth)
+        return self._record(Reading(datetime.now(UTC), depth, source="amqp"))
+
+    def _record(self, reading: Reading) -> Reading:
+        with self._lock:
             self._status.last_reading_at = reading.at
-            self._status.last_depth = depth
+            self._status.last_metrics = reading.metrics()
+            self._status.depth_source = reading.source
         return reading
 
     def _publish(self) -> None:

@@ -2,7 +2,9 @@
 
 ``RABBITMQ_MANAGEMENT_URL`` is the management API without credentials
 (``http://rabbitmq:15672``) and ``RABBITMQ_USER`` / ``RABBITMQ_PASSWORD`` log in
-to it; credentials inside the URL are accepted too. ``AWS_REGION`` (or
+to it; credentials inside the URL are accepted too. ``RABBITMQ_URL`` (AMQP),
+optional, lets the publisher count ready messages over AMQP while the
+management API is down. ``AWS_REGION`` (or
 ``AWS_DEFAULT_REGION``) names CloudWatch's region; ``AWS_ENDPOINT_URL``, set on
 the local target only, is honoured by boto3 itself.
 """
@@ -10,7 +12,7 @@ the local target only, is honoured by boto3 itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.shared import config
 from services.shared.rabbit_depth import ManagementEndpoint
@@ -27,6 +29,7 @@ class Settings:
     region: str
     publish_interval_seconds: float = DEFAULT_PUBLISH_INTERVAL_SECONDS
     port: int = DEFAULT_PORT
+    amqp_url: str = field(default="", repr=False)  # holds the password
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,4 +57,5 @@ class Settings:
             minimum=1.0,
         )
         port = config.integer(env, "PORT", DEFAULT_PORT, minimum=1)
-        return cls(management, region, interval, port)
+        amqp_url = config.optional(env, "RABBITMQ_URL")
+        return cls(management, region, interval, port, amqp_url)

@@ -9,7 +9,9 @@ is set and protection is a no-op, said once in the log.
 
 Protection is enabled when work starts, renewed at half its lifetime by a
 background thread while the work goes on, and released when the work ends or
-fails.
+fails. A process that gives up on work still running (a shutdown that requeues
+the task) calls :meth:`TaskProtection.drop` to stop the renewal and release at
+once, since the work's own release would come too late or never.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ class TaskProtection:
                 f"protection of {minutes} minutes is outside ECS's 1 to {MAX_MINUTES}"
             )
         self._backends = backends
+        self._lock = threading.Lock()
+        self._holding: threading.Event | None = None  # the renewal to stop
         self.minutes = minutes
         self.renew_every = renew_every if renew_every else minutes * 60 / 2
         if not backends:
@@ -250,6 +254,8 @@ class TaskProtection:
             return
         self.enable()
         stop = threading.Event()
+        with self._lock:
+            self._holding = stop
         renewer = threading.Thread(
             target=self._renew_until,
             args=(stop,),
@@ -262,7 +268,26 @@ class TaskProtection:
         finally:
             stop.set()
             renewer.join()
-            self.release()
+            if self._end_hold(stop):
+                self.release()
+
+    def drop(self) -> ProtectionState | None:
+        """Stop renewing the current hold and release now; None if none is held."""
+        with self._lock:
+            stop, self._holding = self._holding, None
+        if stop is None:
+            return None
+        stop.set()
+        logger.info("releasing task protection while the work is abandoned")
+        return self.release()
+
+    def _end_hold(self, stop: threading.Event) -> bool:
+        """Forget the hold of ``stop``; False when :meth:`drop` already released it."""
+        with self._lock:
+            if self._holding is not stop:
+                return False
+            self._holding = None
+            return True
 
     def _renew_until(self, stop: threading.Event) -> None:
         while not stop.wait(self.renew_every):

@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from services.shared.queue_metrics import QUEUE_NAME
+from services.shared.queue_metrics import QUEUE_NAME, QueueDepth
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +227,26 @@ def reject_to_dead_letter(channel: Any, delivery: Delivery, reason: str) -> None
         "dead-lettering message %s: %s", delivery.message_id or delivery.tag, reason
     )
     channel.basic_reject(delivery_tag=delivery.tag, requeue=False)
+
+
+def passive_depth(
+    url: str, queue_name: str = QUEUE_NAME, *, timeout: float = 5.0
+) -> QueueDepth:
+    """Read the queue's counts over AMQP with a passive declare, in real time.
+
+    Note: AMQP reports ready messages and consumers only. Messages delivered
+    and not yet acknowledged are invisible to it, so ``unacknowledged`` is 0
+    and ``depth`` undercounts by the messages being worked on. It is the
+    fallback for when the management API cannot answer, not a substitute.
+    """
+    connection = connect(url, heartbeat=0, timeout=timeout, name="euglena-depth")
+    try:
+        frame = connection.channel().queue_declare(queue_name, passive=True)
+    finally:
+        if connection.is_open:
+            connection.close()
+    return QueueDepth(
+        ready=int(frame.method.message_count),
+        unacknowledged=0,
+        consumers=int(frame.method.consumer_count),
+    )

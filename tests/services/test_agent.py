@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -306,6 +308,42 @@ def test_each_task_runs_under_protection(
 
     assert seen == [True]
     assert backend.calls == [True, False]
+
+
+def test_task_outlasting_the_shutdown_grace_is_requeued_unprotected(
+    settings: Settings, clean_rabbitmq: RabbitNode
+) -> None:
+    """A stop during a task longer than the grace requeues it and drops protection."""
+    backend = RecordingBackend()
+    started, release = threading.Event(), threading.Event()
+
+    def runner(context: TaskContext) -> str:
+        started.set()
+        release.wait(60)
+        raise RuntimeError("the test let the abandoned run end")
+
+    agents = AgentThreads(replace(settings, shutdown_grace_seconds=0.5))
+    agent = agents.start(
+        protection=TaskProtection([backend]), runners={"synthetic": runner}
+    )
+    task_id = submit(settings)
+    assert started.wait(30), "the task never started"
+    try:
+        agent.stop()
+        agents.stop_all()
+        wait_for_totals(clean_rabbitmq, (1, 0))
+        requeued = wait_for(settings, task_id, "queued", deadline=5)
+        calls_at_exit = list(backend.calls)
+    finally:
+        release.set()
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.1)):
+        with attempt:
+            alive = [t.name for t in threading.enumerate() if task_id in t.name]
+            assert not alive, f"abandoned run still going: {alive}"
+
+    assert calls_at_exit == [True, False]
+    assert backend.calls == [True, False]
+    assert requeued.attempts == 1
 
 
 def test_agent_runner_is_loaded_by_name() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -447,3 +448,54 @@ def test_cooldown_is_judged_across_separate_invocations(
     assert "17" in held["cooldown"]["reason"]
     assert down["decision"]["desired"] == 3
     assert account.desired() == 3
+
+
+def run_module(
+    env: dict[str, str], *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m services.lambda_autoscaling`` with ``env`` and no AWS profile."""
+    environment = {
+        **os.environ,
+        **env,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.lambda_autoscaling", *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_module_decides_once_from_the_environment(account: Account) -> None:
+    """``python -m services.lambda_autoscaling`` prints one decision record."""
+    account.put_depth(12)
+    env = {
+        **account.env(f"http://127.0.0.1:{free_port()}"),
+        "AWS_ENDPOINT_URL": account.endpoint_url,
+    }
+
+    done = run_module(env, "--dry-run")
+
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["inputs"]["source"] == "cloudwatch"
+    assert (record["decision"]["action"], record["decision"]["desired"]) == (
+        "scale_up",
+        3,
+    )
+    assert (record["dry_run"], account.desired()) == (True, 1)
+
+
+def test_module_names_a_missing_setting() -> None:
+    """Without ECS_CLUSTER the module exits 2 and names the variable."""
+    done = run_module({"ECS_CLUSTER": "", "AWS_REGION": REGION})
+
+    assert done.returncode == 2
+    assert "ECS_CLUSTER is not set" in done.stderr
+    assert done.stdout == ""

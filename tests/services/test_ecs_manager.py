@@ -156,6 +156,30 @@ def test_protection_is_released_when_work_fails(ecs_agent: EcsAgentServer) -> No
     assert ecs_agent.enabled is False
 
 
+def test_dropped_hold_is_released_at_once_and_not_renewed(
+    ecs_agent: EcsAgentServer,
+) -> None:
+    """Dropping a hold releases it while the work goes on, and nothing renews it."""
+    protection = TaskProtection([AgentEndpoint(ecs_agent.url)], renew_every=0.05)
+
+    with protection.held():
+        dropped = protection.drop()
+        for attempt in Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.05)):
+            with attempt:
+                renewers = [
+                    t for t in threading.enumerate() if t.name == "protection-renewal"
+                ]
+                assert not renewers, f"renewal still running: {renewers}"
+        puts_after_drop = len(ecs_agent.puts)
+
+    assert dropped is not None
+    assert dropped.enabled is False
+    assert ecs_agent.puts[-1] == {"ProtectionEnabled": False}
+    assert len(ecs_agent.puts) == puts_after_drop
+    assert ecs_agent.enabled is False
+    assert protection.drop() is None
+
+
 @pytest.mark.parametrize("key", ["failure", "error"])
 def test_agent_refusal_is_an_error(ecs_agent: EcsAgentServer, key: str) -> None:
     """A ``failure`` or ``error`` answer of the ECS agent raises with its reason."""

@@ -58,6 +58,16 @@ def cloudwatch(moto_server: MotoServer) -> Any:
     )
 
 
+def recorded_puts(cloudwatch: Any) -> list[dict[str, Any]]:
+    """A list that receives the parameters of every PutMetricData call."""
+    calls: list[dict[str, Any]] = []
+    cloudwatch.meta.events.register(
+        "provide-client-params.monitoring.PutMetricData",
+        lambda params, **_: calls.append(params),
+    )
+    return calls
+
+
 @pytest.fixture
 def work_channel(clean_rabbitmq: RabbitNode) -> Iterator[Any]:
     connection = rabbitmq.connect(clean_rabbitmq.amqp_url)
@@ -247,11 +257,7 @@ def test_each_tick_is_one_put_metric_data_at_one_second_resolution(
     work_channel: Any, cloudwatch: Any, clean_rabbitmq: RabbitNode
 ) -> None:
     """A tick sends the four metrics in a single high-resolution call."""
-    calls: list[dict[str, Any]] = []
-    cloudwatch.meta.events.register(
-        "provide-client-params.monitoring.PutMetricData",
-        lambda params, **_: calls.append(params),
-    )
+    calls = recorded_puts(cloudwatch)
     endpoint = ManagementEndpoint.from_url(
         clean_rabbitmq.management_url, clean_rabbitmq.user, clean_rabbitmq.password
     )
@@ -326,6 +332,61 @@ def test_cloudwatch_outage_is_caught_up(work_channel: Any, start_metrics: Any) -
     )
 
 
+def test_amqp_fallback_publishes_only_what_it_can_count(
+    work_channel: Any, cloudwatch: Any, clean_rabbitmq: RabbitNode
+) -> None:
+    """With the management API gone, ready and consumer counts come over AMQP."""
+    calls = recorded_puts(cloudwatch)
+    for _ in range(5):
+        work_channel.basic_publish("", queue_metrics.QUEUE_NAME, b"{}")
+    hold_unacked(work_channel, 2)
+    gone = ManagementEndpoint.from_url(f"http://127.0.0.1:{free_port()}", "u", "p")
+    publisher = MetricsPublisher(
+        partial(read_queue_depth, gone),
+        cloudwatch,
+        fallback=partial(rabbitmq.passive_depth, clean_rabbitmq.amqp_url),
+    )
+
+    publisher.tick()
+
+    (call,) = calls
+    assert {d["MetricName"]: d["Value"] for d in call["MetricData"]} == {
+        queue_metrics.MESSAGES_READY: 3.0,
+        queue_metrics.CONSUMER_COUNT: 1.0,
+    }
+    report = publisher.health()
+    assert (report["broker_ok"], report["depth_source"]) == (False, "amqp")
+    assert report["depth"] == {
+        queue_metrics.MESSAGES_READY: 3,
+        queue_metrics.CONSUMER_COUNT: 1,
+    }
+    assert str(gone.port) in report["last_error"]
+
+
+def test_without_fallback_a_broker_outage_publishes_nothing(
+    cloudwatch: Any,
+) -> None:
+    """No management API and no AMQP fallback: no reading, no datum, no crash."""
+    calls = recorded_puts(cloudwatch)
+    gone = ManagementEndpoint.from_url(f"http://127.0.0.1:{free_port()}", "u", "p")
+    dead_amqp = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    publisher = MetricsPublisher(
+        partial(read_queue_depth, gone),
+        cloudwatch,
+        fallback=partial(rabbitmq.passive_depth, dead_amqp, timeout=1),
+    )
+
+    publisher.tick()
+
+    assert calls == []
+    report = publisher.health()
+    assert (report["broker_ok"], report["depth"], report["pending_readings"]) == (
+        False,
+        None,
+        0,
+    )
+
+
 def test_settings_say_which_variable_to_fix() -> None:
     """Missing or malformed settings are refused with the variable's name."""
     base = {
@@ -343,3 +404,7 @@ def test_settings_say_which_variable_to_fix() -> None:
         Settings.from_env({**base, "RABBITMQ_USER": ""})
     settings = Settings.from_env(base)
     assert (settings.publish_interval_seconds, settings.port) == (5.0, 8082)
+    assert settings.amqp_url == ""
+    with_amqp = Settings.from_env({**base, "RABBITMQ_URL": "amqp://u:secret@r/"})
+    assert with_amqp.amqp_url == "amqp://u:secret@r/"
+    assert "secret" not in repr(with_amqp)
