@@ -47,8 +47,8 @@ class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listeners: list[tuple[BaseWSGIServer, threading.Thread]] = []
+        self._app: WsgiApp | None = None
         self.account_id = new_account_id()
         self.endpoint_url = ""
 
@@ -56,26 +56,28 @@ class MotoServer:
         # Werkzeug logs every request at INFO; that is moto's noise, not ours.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         ec2_completion.install()
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(
-            self._host,
-            self._port,
-            self._as_account(app),
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="moto-server", daemon=True
-        )
-        self._thread.start()
-        host, port = self._server.server_address[:2]
-        self.endpoint_url = f"http://{host!s}:{port}"
+        self._app = self._as_account(DomainDispatcherApplication(create_backend_app))
+        self.endpoint_url = self.listen_also(self._host, self._port)
         logger.info(
             "moto server listening on %s as account %s",
             self.endpoint_url,
             self.account_id,
         )
         return self
+
+    def listen_also(self, host: str, port: int = 0) -> str:
+        """Serve the same account on another address too (e.g. a task bridge)."""
+        assert self._app is not None, "start the server first"
+        server = make_server(
+            host, port, self._app, threaded=True, request_handler=MotoRequestHandler
+        )
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"moto-{host}", daemon=True
+        )
+        thread.start()
+        self._listeners.append((server, thread))
+        bound_host, bound_port = server.server_address[:2]
+        return f"http://{bound_host!s}:{bound_port}"
 
     def _as_account(self, app: WsgiApp) -> WsgiApp:
         def serve(environ: dict[str, Any], start: Callable[..., Any]) -> Any:
@@ -85,11 +87,11 @@ class MotoServer:
         return serve
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        for server, thread in self._listeners:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+        self._listeners = []
         logger.debug("moto server on %s stopped", self.endpoint_url)
 
     def reset(self) -> None:
