@@ -138,6 +138,8 @@ class ServiceScheduler:
             for service in list(self._backend.services.values()):
                 if service.status == "ACTIVE":
                     self._reconcile(service)
+                else:
+                    self._drain(service)
 
     def _run(self) -> None:
         while not self._stopping.wait(self._tick):
@@ -197,18 +199,24 @@ class ServiceScheduler:
         record.stopped_reason = record.stopped_reason or state.stopped_reason or ""
         self._deregister(placed)
         del self._tasks[record.task_arn]
-        name = record.service_name
-        if name is not None:
-            service = self._service(name)
-            if service is not None:
-                _event(service, f"has stopped 1 running tasks: (task {record.id}).")
+        service = self._service_of(record)
+        if service is not None:
+            _event(service, f"has stopped 1 running tasks: (task {record.id}).")
         logger.info("task %s stopped: %s", record.id, record.stopped_reason)
 
-    def _service(self, name: str) -> Service | None:
-        for service in self._backend.services.values():
-            if service.name == name:
-                return service
-        return None
+    def _service_of(self, record: LocalTask) -> Service | None:
+        if record.service_name is None:
+            return None
+        key = f"{record.cluster_name}:{record.service_name}"
+        service: Service | None = self._backend.services.get(key)
+        return service
+
+    def _drain(self, service: Service) -> None:
+        """A deleted service's tasks stop, as ECS drains them."""
+        for placed in self._live(service):
+            self._begin_stop(placed, "Service deleted", "ServiceSchedulerInitiated")
+        service.running_count = 0
+        service.pending_count = 0
 
     def _reconcile(self, service: Service) -> None:
         primary = self._primary_definition(service)
@@ -240,6 +248,7 @@ class ServiceScheduler:
             placed
             for placed in self._tasks.values()
             if placed.record.service_name == service.name
+            and placed.record.cluster_name == service.cluster_name
             and placed.record.desired_status == "RUNNING"
         ]
 
@@ -343,8 +352,7 @@ class ServiceScheduler:
         placed.registered = []
 
     def _service_lbs(self, placed: _Placed) -> list[dict[str, Any]]:
-        name = placed.record.service_name
-        service = self._service(name) if name else None
+        service = self._service_of(placed.record)
         return list(service.load_balancers) if service else []
 
     def _count(self, service: Service, primary: str) -> None:

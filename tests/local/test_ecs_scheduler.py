@@ -293,3 +293,18 @@ def test_scale_in_spares_protected_tasks(account: tuple[Any, ProcessLauncher]) -
 
 def _running_arns(ecs: Any) -> set[str]:
     return {t["taskArn"] for t in _tasks(ecs) if t["lastStatus"] == "RUNNING"}
+
+
+def test_deleted_service_stops_its_tasks(
+    account: tuple[Any, ProcessLauncher],
+) -> None:
+    """A service deleted with force has its tasks stopped and their processes ended."""
+    ecs, launcher = account
+    _register(ecs, containers=1)
+    _service(ecs, 2)
+    eventually(lambda: _steady(ecs, 2))
+
+    ecs.delete_service(cluster=CLUSTER, service="svc", force=True)
+
+    eventually(lambda: _assert(launcher.all_ended(), "tasks still running"))
+    assert len(_tasks(ecs, "STOPPED")) == 2
