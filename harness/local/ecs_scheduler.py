@@ -73,9 +73,7 @@ class RunningTask(Protocol):
 class Launcher(Protocol):
     """Runs a task definition's containers, in a network of the task's own."""
 
-    def launch(
-        self, task_id: str, definition: dict[str, Any], service: str | None
-    ) -> RunningTask: ...
+    def launch(self, record: LocalTask, definition: dict[str, Any]) -> RunningTask: ...
 
 
 @dataclass
@@ -267,9 +265,7 @@ class ServiceScheduler:
             network=network,
             address="",
         )
-        process = self._launcher.launch(
-            record.id, self._definition_of(definition_arn), service.name
-        )
+        process = self._launcher.launch(record, self._definition_of(definition_arn))
         record.assign_address(process.address)
         self._tasks[record.task_arn] = _Placed(record, process)
         self._steady.discard(service.name)

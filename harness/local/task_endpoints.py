@@ -56,12 +56,16 @@ class TaskEndpoints:
         with self._lock:
             self._tasks.pop(task_id, None)
 
-    def environment(self, task_id: str, container: str) -> dict[str, str]:
-        """The variables a container of the task finds in its environment."""
+    def environment(self, task_id: str, container: str | None = None) -> dict[str, str]:
+        """The variables the task's containers find in their environment.
+
+        Without a container name the metadata URI is the task's; its ``/task``
+        path answers as a container's does.
+        """
         base = self._served.url
+        metadata = f"{base}/v4/{task_id}" + (f"/{container}" if container else "")
         return {
-            "ECS_CONTAINER_METADATA_URI_V4": f"{base}/v4/{task_id}/{container}",
-            "ECS_CONTAINER_METADATA_URI": f"{base}/v3/{task_id}/{container}",
+            "ECS_CONTAINER_METADATA_URI_V4": metadata,
             "ECS_AGENT_URI": f"{base}/api/{task_id}",
         }
 
@@ -79,8 +83,9 @@ class TaskEndpoints:
     def _app(self) -> FastAPI:
         app = FastAPI(title="ECS task endpoints (local)", openapi_url=None)
 
+        @app.get("/v4/{task_id}/task")
         @app.get("/v4/{task_id}/{container}/task")
-        def task_metadata(task_id: str, container: str) -> dict[str, Any]:
+        def task_metadata(task_id: str, container: str = "") -> dict[str, Any]:
             return _task_metadata(self._describe(self._entry(task_id)))
 
         @app.get("/v4/{task_id}/{container}")

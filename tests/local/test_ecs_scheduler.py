@@ -74,9 +74,7 @@ class ProcessLauncher:
         self.tasks: list[ProcessTask] = []
         self._lock = threading.Lock()
 
-    def launch(
-        self, task_id: str, definition: dict[str, Any], service: str | None
-    ) -> ProcessTask:
+    def launch(self, record: Any, definition: dict[str, Any]) -> ProcessTask:
         with self._lock:
             task = ProcessTask(definition, f"127.0.1.{len(self.tasks) + 1}")
             self.tasks.append(task)
