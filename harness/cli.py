@@ -21,7 +21,7 @@ from harness.lifecycle import check_deployment, stop_deployment
 from harness.network_check import validate
 from harness.plan import STAGE_IDS
 from harness.reporting import network_table
-from harness.targets import open_account
+from harness.targets import open_account, published
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         deployer = Deployer(settings, clients)
         result = deployer.deploy()
         try:
-            # TODO: wait for every service to be steady once the local data
-            # plane runs tasks; moto alone never reports a task running.
-            outputs = {**result.outputs, "pid": os.getpid()}
+            ready = {**result.outputs, **deployer.wait_ready(), "pid": os.getpid()}
+            outputs = published(clients, ready)
             write_outputs(outputs, args.outputs)
             print(
                 f"ready: stage {settings.stage} on {settings.target},"
@@ -179,7 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_network(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with open_account(settings) as clients:
+    with open_account(settings, runs_tasks=False) as clients:
         network = NetworkDiscovery(clients.client("ec2"), settings).discover_all()
         checks = validate(clients, settings, network) if args.validate else []
     if args.json:
@@ -202,12 +201,15 @@ def cmd_reap(args: argparse.Namespace) -> int:
     else:
         settings = _settings(args)
         if settings.target == "local":
-            print(
-                "local: an emulated account lives only as long as its `up` process;"
-                " nothing outlives it to reap"
-            )
+            from harness.local.data_plane import reap_crashed
+
+            removed = reap_crashed()
+            for run_id, leftovers in removed.items():
+                print(f"run {run_id}: removed {', '.join(leftovers)}")
+            if not removed:
+                print("nothing to reap")
             return 0
-        with open_account(settings) as clients:
+        with open_account(settings, runs_tasks=False) as clients:
             removed = reap_old_runs(clients, settings, args.older_than)
     for run_id, resources in removed.items():
         print(f"run {run_id}: removed {len(resources)} resources")

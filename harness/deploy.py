@@ -21,6 +21,7 @@ from harness.config import Settings
 from harness.errors import ConfigError, DeployError
 from harness.plan import Feature, features
 from harness.progress import Progress
+from harness.readiness import STEADY_TIMEOUT, backing_endpoints, wait_until_steady
 from harness.teardown import Reaper
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,28 @@ class Deployer:
             outputs["aws_endpoint_url"] = self.clients.endpoint_url
             outputs["jwt_secret"] = ctx.environment["JWT_SECRET"]
         return outputs
+
+    def wait_ready(self, timeout: float = STEADY_TIMEOUT) -> dict[str, Any]:
+        """Wait until the services run healthy; the outputs that need them running."""
+        services = [SINGLE_SERVICE]
+        with self.progress.step("services steady and healthy"):
+            wait_until_steady(
+                self.clients.client("ecs"),
+                self.settings.cluster_name,
+                services,
+                timeout,
+            )
+        environment = self._previous_environment()
+        credentials = (
+            environment.get("RABBITMQ_USER", RABBITMQ_USER),
+            environment.get("RABBITMQ_PASSWORD", ""),
+        )
+        return backing_endpoints(
+            self.clients.client("ecs"),
+            self.settings.cluster_name,
+            SINGLE_SERVICE,
+            credentials,
+        )
 
     def teardown(self) -> list[str]:
         """Remove every resource of the run; returns what was removed."""

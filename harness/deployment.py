@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,9 @@ from harness.aws.clients import ClientFactory
 from harness.config import SECRET_KEYS, Settings, load_settings
 from harness.deploy import Deployer, DeployResult
 from harness.errors import ConfigError
+from harness.faults import Faults, UnreachableFaults
 from harness.progress import Progress
+from harness.targets import published
 
 SECRET_OUTPUTS = frozenset(
     {
@@ -32,6 +34,9 @@ class Deployment:
     settings: Settings
     clients: ClientFactory
     outputs: dict[str, Any]
+    faults: Faults = field(
+        default_factory=lambda: UnreachableFaults("no fault injector was given")
+    )
 
     @property
     def stage(self) -> str:
@@ -51,9 +56,12 @@ class Deployment:
         return Deployer(settings or self.settings, self.clients, progress)
 
     def deploy_again(self) -> DeployResult:
-        """Deploy the same stage again, as an update; the outputs follow."""
-        result = self.deployer().deploy()
-        self.outputs = {**self.outputs, **result.outputs}
+        """Deploy the same stage again, as an update, and wait until it has rolled
+        out; the outputs follow."""
+        deployer = self.deployer()
+        result = deployer.deploy()
+        ready = {**result.outputs, **deployer.wait_ready()}
+        self.outputs = {**self.outputs, **published(self.clients, ready)}
         return result
 
     def other_run(self, run_id: str) -> Settings:

@@ -34,7 +34,7 @@ from harness.deployment import Deployment, from_outputs, redacted, write_outputs
 from harness.errors import ConfigError
 from harness.plan import STAGES, get_stage
 from harness.progress import Progress
-from harness.targets import open_account
+from harness.targets import faults_for, open_account, published
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,12 @@ def _deploy(config: pytest.Config, stage: str) -> Iterator[Deployment]:
         deployer = Deployer(settings, clients, Progress(_allure_step))
         try:
             result = deployer.deploy()
+            outputs = published(clients, {**result.outputs, **deployer.wait_ready()})
             deployment = Deployment(
-                settings=settings, clients=clients, outputs=result.outputs
+                settings=settings,
+                clients=clients,
+                outputs=outputs,
+                faults=faults_for(clients),
             )
             _attach(f"stage {stage} outputs", deployment.outputs)
             if config.getoption("--keep"):

@@ -18,6 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from harness.local.catalog import Catalog, ContainerContext
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("agent", "gateway", "metrics")
 HADOLINT = shutil.which("hadolint") or shutil.which(
@@ -187,6 +189,19 @@ def test_cmd_runs_the_service_module(image: str) -> None:
 
     assert parsed.cmd == ["python", "-m", f"services.{image}"]
     assert (ROOT / "services" / image / "__main__.py").exists()
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_local_catalog_runs_what_the_image_runs(image: str, tmp_path: Path) -> None:
+    """The local target launches the image's CMD, so both targets run one program."""
+    reference = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/euglena-r1/{image}:v1"
+    context = ContainerContext(
+        name=image, image=reference, environment={}, data_dir=tmp_path
+    )
+
+    launch = Catalog().launch(context)
+
+    assert list(launch.argv) == dockerfile(image).cmd
 
 
 @pytest.mark.parametrize("image", IMAGES)

@@ -63,6 +63,7 @@ class LocalContainer:
         self.cpu = str(definition.get("cpu", 0))
         self.memory_reservation = definition.get("memoryReservation")
         self.essential = bool(definition.get("essential", True))
+        self.checked = bool(definition.get("healthCheck"))
 
 
 class LocalTask(Task):

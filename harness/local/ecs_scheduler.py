@@ -155,6 +155,10 @@ class ServiceScheduler:
 
     def _begin_stop(self, placed: _Placed, reason: str, code: str) -> None:
         record = placed.record
+        if any(
+            c.essential and c.last_status == "STOPPED" for c in record.local_containers
+        ):
+            return  # already ending on its own; its own reason stands
         record.desired_status = "STOPPED"
         record.stopped_reason = record.stopped_reason or reason
         record.stop_code = record.stop_code or code
@@ -371,7 +375,9 @@ class ServiceScheduler:
 
 
 def _task_health(record: LocalTask) -> str:
-    healths = [c.health_status for c in record.local_containers if c.essential]
+    healths = [
+        c.health_status for c in record.local_containers if c.essential and c.checked
+    ]
     if "UNHEALTHY" in healths:
         return "UNHEALTHY"
     if healths and all(h == "HEALTHY" for h in healths):

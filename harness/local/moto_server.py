@@ -29,7 +29,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from harness.local import ec2_completion
+from harness.local import cloudwatch_completion, ec2_completion, lambda_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class MotoServer:
         # Werkzeug logs every request at INFO; that is moto's noise, not ours.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         ec2_completion.install()
+        lambda_runtime.install()
+        cloudwatch_completion.install()
         self._app = self._as_account(DomainDispatcherApplication(create_backend_app))
         self.endpoint_url = self.listen_also(self._host, self._port)
         logger.info(

@@ -10,13 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+)
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.auth import TokenVerifier, User
 from services.gateway.models import (
@@ -49,6 +60,22 @@ def current_user(
 
 
 Caller = Annotated[User, Depends(current_user)]
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route that answers 401 to a caller without a valid token, body unread."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            # FastAPI parses the body before it runs dependencies, so without this
+            # a stranger's malformed body would learn a 422 instead of the 401.
+            # The Caller dependency checks the token again (cheap) for the user.
+            current_user(request, None)
+            return await handler(request)
+
+        return authenticated
 
 
 def unavailable(what: str, consequence: str = "") -> HTTPException:
@@ -119,6 +146,23 @@ def body_limit(max_bytes: int) -> Callable[..., Awaitable[Response]]:
     return middleware
 
 
+async def unparsable_body(request: Request, error: Exception) -> Response:
+    """Answer 422, as for any malformed JSON, to a body FastAPI could not parse."""
+    if not isinstance(error, StarletteHTTPException):
+        raise error
+    # The gateway raises no 400 itself: FastAPI's only one is a body that is not
+    # UTF-8 (or not JSON at all), which the API documents as an invalid request.
+    if error.status_code != 400:
+        return await http_exception_handler(request, error)
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": "the body could not be parsed; send the task as a JSON "
+            "object in UTF-8."
+        },
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -144,6 +188,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.middleware("http")(body_limit(settings.max_body_bytes))
+    app.add_exception_handler(StarletteHTTPException, unparsable_body)
 
     app.state.verifier = verifier
     add_task_routes(app, settings, tasks, queue)
@@ -157,10 +202,11 @@ def add_task_routes(
     tasks: TaskStorage,
     queue: Publisher,
 ) -> None:
-    """Add ``POST /tasks`` to ``app``, then the routes that read tasks."""
-    add_read_routes(app, tasks)
+    """Add the routes that read tasks, then ``POST /tasks``, all authenticated."""
+    router = APIRouter(route_class=AuthenticatedRoute)
+    add_read_routes(router, tasks)
 
-    @app.post(
+    @router.post(
         "/tasks",
         status_code=202,
         response_model=TaskAccepted,
@@ -179,11 +225,13 @@ def add_task_routes(
         enqueue(record, tasks, queue)
         return TaskAccepted(task_id=record.task_id)
 
+    app.include_router(router)
 
-def add_read_routes(app: FastAPI, tasks: TaskStorage) -> None:
-    """Add ``GET /tasks/{task_id}`` and ``GET /tasks`` to ``app``."""
 
-    @app.get(
+def add_read_routes(router: APIRouter, tasks: TaskStorage) -> None:
+    """Add ``GET /tasks/{task_id}`` and ``GET /tasks`` to ``router``."""
+
+    @router.get(
         "/tasks/{task_id}",
         response_model=TaskView,
         responses=error_responses(401, 404, 503),
@@ -198,7 +246,7 @@ def add_read_routes(app: FastAPI, tasks: TaskStorage) -> None:
             raise HTTPException(404, f"no task {task_id!r} among your tasks.")
         return TaskView.of(record)
 
-    @app.get(
+    @router.get(
         "/tasks",
         response_model=list[TaskView],
         responses=error_responses(401, 422, 503),

@@ -31,6 +31,8 @@ from services.lambda_autoscaling.settings import Settings
 from services.shared import queue_metrics, rabbitmq
 
 REGION = "us-east-1"
+# CloudWatch makes a datapoint readable a few seconds after it is put.
+INGESTION_TIMEOUT = 30.0
 # What the Lambda runtime provides besides the zip: boto3 and what it imports.
 LAMBDA_RUNTIME = (
     "boto3",
@@ -87,19 +89,38 @@ class Account:
         }
 
     def put_depth(self, value: int, at: datetime | None = None) -> None:
+        """Put a datapoint and wait until CloudWatch's ingestion makes it readable."""
         identity = queue_metrics.MetricIdentity(queue_name=self.queue)
+        when = at or datetime.now(UTC)
         self.cloudwatch.put_metric_data(
             Namespace=identity.namespace,
             MetricData=[
                 {
                     "MetricName": identity.metric_name,
                     "Dimensions": identity.dimensions,
-                    "Timestamp": at or datetime.now(UTC),
+                    "Timestamp": when,
                     "Value": float(value),
                     "StorageResolution": 1,
                 }
             ],
         )
+        for attempt in Retrying(
+            stop=stop_after_delay(INGESTION_TIMEOUT),
+            wait=wait_fixed(0.2),
+            retry=retry_if_exception_type(AssertionError),
+            reraise=True,
+        ):
+            with attempt:
+                found = self.cloudwatch.get_metric_statistics(
+                    Namespace=identity.namespace,
+                    MetricName=identity.metric_name,
+                    Dimensions=identity.dimensions,
+                    StartTime=when - timedelta(seconds=1),
+                    EndTime=when + timedelta(seconds=60),
+                    Period=1,
+                    Statistics=["Maximum"],
+                )["Datapoints"]
+                assert found, f"datapoint of {when} not readable yet"
 
     def desired(self) -> int:
         services = self.ecs.describe_services(cluster=self.cluster, services=["agent"])

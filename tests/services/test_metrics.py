@@ -306,6 +306,12 @@ def test_broker_outage_is_reported_and_survived(
     assert back["status"] == "ok"
 
 
+def _published(cloudwatch: Any) -> list[datetime]:
+    history = timestamps(cloudwatch)
+    assert history, "nothing reached CloudWatch"
+    return history
+
+
 def test_cloudwatch_outage_is_caught_up(work_channel: Any, start_metrics: Any) -> None:
     """Readings taken while CloudWatch is unreachable are published once it is back."""
     port = free_port()
@@ -322,11 +328,10 @@ def test_cloudwatch_outage_is_caught_up(work_channel: Any, start_metrics: Any) -
             lambda r: r["cloudwatch_ok"] and r["pending_readings"] == 0
         )
         client = ClientFactory(REGION, endpoint_url=returned.endpoint_url)
-        history = timestamps(client.client("cloudwatch"))
+        history = until(lambda: _published(client.client("cloudwatch")))
 
     assert down["broker_ok"] is True
     assert back["depth"][queue_metrics.QUEUE_DEPTH] == 1
-    assert history, "nothing reached CloudWatch"
     assert history[0] < came_back - timedelta(seconds=1), (
         f"no reading from the outage: earliest {history[0]}, back at {came_back}"
     )
