@@ -28,6 +28,10 @@ class Faults(Protocol):
 
     def restore_network(self, task_arn: str) -> None: ...
 
+    def fail_api(
+        self, service: str, seconds: float, operation: str | None = None
+    ) -> None: ...
+
 
 class LocalFaults:
     """Faults of the local target, done to the processes and namespaces."""
@@ -49,6 +53,12 @@ class LocalFaults:
         logger.warning("fault: network of %s restored", task_arn)
         self._plane.task(task_arn).namespace.restore()
 
+    def fail_api(
+        self, service: str, seconds: float, operation: str | None = None
+    ) -> None:
+        """Make an AWS API (``monitoring``, ``ecs`` ...) answer 503 for a while."""
+        self._plane.outages.fail(service, seconds, operation)
+
 
 class UnreachableFaults:
     """Faults where the harness cannot reach the tasks: each skips, saying why."""
@@ -66,3 +76,8 @@ class UnreachableFaults:
 
     def restore_network(self, task_arn: str) -> None:
         pytest.skip(f"cannot restore the network of a task: {self._why}")
+
+    def fail_api(
+        self, service: str, seconds: float, operation: str | None = None
+    ) -> None:
+        pytest.skip(f"cannot make the {service} API fail: {self._why}")

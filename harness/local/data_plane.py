@@ -24,6 +24,7 @@ import psutil
 from harness.aws.clients import ClientFactory
 from harness.errors import NotReadyError
 from harness.local import netns
+from harness.local.api_outages import Outages
 from harness.local.awslogs import CloudWatchLogsSink
 from harness.local.ecs_records import LocalTask
 from harness.local.ecs_scheduler import ServiceScheduler, TaskState
@@ -186,6 +187,11 @@ class LocalDataPlane:
         if task is None:
             raise NotReadyError(f"no task {task_arn} runs in this data plane")
         return task
+
+    @property
+    def outages(self) -> Outages:
+        """The emulated account's API outages, for fault injection."""
+        return self._server.outages
 
     def publish(self, outputs: dict[str, Any]) -> dict[str, Any]:
         """The outputs with the load balancer's local listener as the gateway URL."""

@@ -30,6 +30,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from harness.local import cloudwatch_completion, ec2_completion, lambda_runtime
+from harness.local.api_outages import Outages
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MotoServer:
         self._app: WsgiApp | None = None
         self.account_id = new_account_id()
         self.endpoint_url = ""
+        self.outages = Outages()
 
     def start(self) -> MotoServer:
         # Werkzeug logs every request at INFO; that is moto's noise, not ours.
@@ -58,7 +60,8 @@ class MotoServer:
         ec2_completion.install()
         lambda_runtime.install()
         cloudwatch_completion.install()
-        self._app = self._as_account(DomainDispatcherApplication(create_backend_app))
+        app = DomainDispatcherApplication(create_backend_app)
+        self._app = self.outages.wrap(self._as_account(app))
         self.endpoint_url = self.listen_also(self._host, self._port)
         logger.info(
             "moto server listening on %s as account %s",

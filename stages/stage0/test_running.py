@@ -62,13 +62,22 @@ def test_health_passes_through_the_load_balancer(deployment: Deployment) -> None
     body = _eventually(through_alb)
 
     assert body["status"] == "ok"
+    address = _address(_one_running(deployment))
     elbv2 = deployment.client("elbv2")
     group = elbv2.describe_target_groups(Names=[f"{deployment.settings.prefix}-gw"])
     arn = group["TargetGroups"][0]["TargetGroupArn"]
-    states = elbv2.describe_target_health(TargetGroupArn=arn)[
-        "TargetHealthDescriptions"
-    ]
-    assert [s["TargetHealth"]["State"] for s in states] == ["healthy"]
+    targets = elbv2.describe_target_health(TargetGroupArn=arn)
+    states = {
+        t["Target"]["Id"]: t["TargetHealth"]["State"]
+        for t in targets["TargetHealthDescriptions"]
+    }
+    assert states[address] == "healthy", states
+    assert set(states.values()) <= {"healthy", "draining"}, states
+
+
+def _address(task: dict[str, Any]) -> str:
+    details = task["attachments"][0]["details"]
+    return next(d["value"] for d in details if d["name"] == "privateIPv4Address")
 
 
 def test_dead_essential_container_is_replaced(deployment: Deployment) -> None:
