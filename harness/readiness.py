@@ -40,6 +40,11 @@ def unhealthy_containers(ecs: Any, cluster: str, service: str) -> list[str]:
     tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
     waiting = []
     for task in tasks:
+        if task["lastStatus"] != "RUNNING":
+            waiting.append(
+                f"{task['taskArn'].rsplit('/', 1)[-1]} ({task['lastStatus']})"
+            )
+            continue
         definition = ecs.describe_task_definition(
             taskDefinition=task["taskDefinitionArn"]
         )["taskDefinition"]
@@ -56,10 +61,23 @@ def unhealthy_containers(ecs: Any, cluster: str, service: str) -> list[str]:
     return waiting
 
 
+def outdated_tasks(ecs: Any, cluster: str, service: dict[str, Any]) -> list[str]:
+    """Tasks of the service not yet on its primary deployment's task definition."""
+    name = service["serviceName"]
+    arns = ecs.list_tasks(cluster=cluster, serviceName=name)["taskArns"]
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+    primary = service.get("deployments", [{}])[0].get("taskDefinition")
+    return [
+        t["taskArn"] for t in tasks if primary and t["taskDefinitionArn"] != primary
+    ]
+
+
 def _ready(ecs: Any, cluster: str, names: list[str]) -> list[dict[str, Any]]:
     found = _service_state(ecs, cluster, names)
-    if all(is_steady(s) for s in found) and not any(
-        unhealthy_containers(ecs, cluster, name) for name in names
+    if (
+        all(is_steady(s) for s in found)
+        and not any(outdated_tasks(ecs, cluster, s) for s in found)
+        and not any(unhealthy_containers(ecs, cluster, name) for name in names)
     ):
         return []
     return found

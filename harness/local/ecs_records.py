@@ -28,7 +28,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from moto.ecs.models import Cluster, EC2ContainerServiceBackend, Task, TaskDefinition
+from moto.ecs.models import (
+    Cluster,
+    EC2ContainerServiceBackend,
+    Service,
+    Task,
+    TaskDefinition,
+)
 from moto.ecs.responses import EC2ContainerServiceResponse
 
 from harness.errors import DeployError
@@ -210,9 +216,53 @@ def _create_service(self: EC2ContainerServiceResponse) -> Any:
 
 
 def _update_service(self: EC2ContainerServiceResponse) -> Any:
+    backend = self.ecs_backend
+    name = self._get_param("service").split("/")[-1]
+    service = backend._get_service(self._get_param("cluster", "default"), name)
+    counts = (service.running_count, service.pending_count)
+    before = _definition_arn(backend, service.task_definition)
     result = _ORIGINAL_UPDATE_SERVICE(self)
-    _keep_deployment_configuration(self, self._get_param("service"))
+    _keep_deployment_configuration(self, name)
+    if _key(backend) in _stop_handlers:
+        # The data plane counts what runs; moto would claim the new count runs.
+        service.running_count, service.pending_count = counts
+        after = _definition_arn(backend, service.task_definition)
+        forced = bool(self._get_param("forceNewDeployment"))
+        if after != before or forced:
+            _start_deployment(service, after)
     return result
+
+
+def _definition_arn(backend: EC2ContainerServiceBackend, reference: Any) -> str:
+    return str(backend.describe_task_definition(str(reference)).arn)
+
+
+def _start_deployment(service: Any, definition_arn: str) -> None:
+    """ECS starts a new PRIMARY deployment within UpdateService itself."""
+    for deployment in service.deployments:
+        deployment["status"] = "ACTIVE"
+    service.deployments.insert(
+        0, new_deployment(service, definition_arn, datetime.now(UTC))
+    )
+
+
+def new_deployment(service: Service, primary: str, now: datetime) -> dict[str, Any]:
+    """A PRIMARY deployment of ``primary`` as ECS starts one, IN_PROGRESS."""
+    identifier = f"ecs-svc/{uuid.uuid4().int % 10**19:019d}"
+    return {
+        "id": identifier,
+        "status": "PRIMARY",
+        "taskDefinition": primary,
+        "desiredCount": service.desired_count,
+        "runningCount": 0,
+        "pendingCount": 0,
+        "failedTasks": 0,
+        "createdAt": now,
+        "updatedAt": now,
+        "launchType": service.launch_type,
+        "rolloutState": "IN_PROGRESS",
+        "rolloutStateReason": f"ECS deployment {identifier} in progress.",
+    }
 
 
 def _key(backend: EC2ContainerServiceBackend) -> str:

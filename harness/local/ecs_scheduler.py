@@ -391,7 +391,7 @@ def _update_deployments(service: Service, primary: str, live: list[_Placed]) -> 
     if not deployments or deployments[0].get("taskDefinition") not in (primary, None):
         for deployment in deployments:
             deployment["status"] = "ACTIVE"
-        deployments.insert(0, _new_deployment(service, primary, now))
+        deployments.insert(0, ecs_records.new_deployment(service, primary, now))
     for deployment in deployments:
         mine = [
             p
@@ -411,24 +411,6 @@ def _update_deployments(service: Service, primary: str, live: list[_Placed]) -> 
             f"ECS deployment {deployments[0]['id']} completed."
         )
     service.deployments = [deployments[0], *old]
-
-
-def _new_deployment(service: Service, primary: str, now: datetime) -> dict[str, Any]:
-    identifier = f"ecs-svc/{uuid.uuid4().int % 10**19:019d}"
-    return {
-        "id": identifier,
-        "status": "PRIMARY",
-        "taskDefinition": primary,
-        "desiredCount": service.desired_count,
-        "runningCount": 0,
-        "pendingCount": 0,
-        "failedTasks": 0,
-        "createdAt": now,
-        "updatedAt": now,
-        "launchType": service.launch_type,
-        "rolloutState": "IN_PROGRESS",
-        "rolloutStateReason": f"ECS deployment {identifier} in progress.",
-    }
 
 
 def _event(service: Service, message: str) -> None:
