@@ -88,8 +88,10 @@ class Account:
             **overrides,
         }
 
-    def put_depth(self, value: int, at: datetime | None = None) -> None:
-        """Put a datapoint and wait until CloudWatch's ingestion makes it readable."""
+    def put_depth(
+        self, value: int, at: datetime | None = None, *, wait: bool = True
+    ) -> None:
+        """Put a datapoint and (unless told not to) wait until it is readable."""
         identity = queue_metrics.MetricIdentity(queue_name=self.queue)
         when = at or datetime.now(UTC)
         self.cloudwatch.put_metric_data(
@@ -104,6 +106,8 @@ class Account:
                 }
             ],
         )
+        if not wait:
+            return
         for attempt in Retrying(
             stop=stop_after_delay(INGESTION_TIMEOUT),
             wait=wait_fixed(0.2),
@@ -440,12 +444,13 @@ def test_cooldown_is_judged_across_separate_invocations(
     lambda_zip: Path, lambda_runtime: Path, account: Account
 ) -> None:
     """Scale up at once, hold while the backlog is recent, then step down by one."""
-    env = account.env(f"http://127.0.0.1:{free_port()}", SCALE_IN_COOLDOWN_SECONDS="6")
+    # Long enough to outlast CloudWatch's ingestion waits between the calls.
+    env = account.env(f"http://127.0.0.1:{free_port()}", SCALE_IN_COOLDOWN_SECONDS="15")
     # Past the service's creation, only the metric's history can hold a scale-in.
-    until(lambda: account.assert_older_than(timedelta(seconds=6)), timeout=15)
+    until(lambda: account.assert_older_than(timedelta(seconds=15)), timeout=30)
     now = datetime.now(UTC)
     for seconds in range(0, 12, 2):
-        account.put_depth(17, at=now - timedelta(seconds=seconds))
+        account.put_depth(17, at=now - timedelta(seconds=seconds), wait=seconds == 0)
 
     def run() -> dict[str, Any]:
         answer = invoke_zip(lambda_zip, lambda_runtime, env, account.endpoint_url)
